@@ -55,6 +55,11 @@ def make_parser(prog: str, description: str, command_modules: Sequence[str]) -> 
     return parser
 
 
+def make_command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser for a single-command tool (no subcommands), with the shared conventions."""
+    return _Parser(prog=prog, description=description, formatter_class=_HelpFormatter)
+
+
 def add_command(subparsers: argparse._SubParsersAction, name: str, help: str, description: str | None = None,
                 run: Callable[[argparse.Namespace], int | None] | None = None) -> argparse.ArgumentParser:
     """Add one subcommand whose `--help` shows defaults and keeps the description's line breaks."""

@@ -41,6 +41,8 @@ RECORD_OPTIONAL: dict[str, type | tuple[type, ...]] = {
 RECORD_SERVER_FIELDS: tuple[str, ...] = ("annotator", "server_time")
 MAX_COMMENT_CHARS = 2000
 MAX_ID_CHARS = 100
+MAX_SHOWN_CHARS = 100
+MAX_CLIENT_TIME_CHARS = 64
 MAX_BODY_BYTES = 64 * 1024
 
 

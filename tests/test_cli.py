@@ -16,7 +16,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("script", ["multilabelfy-build", "multilabelfy-analyze"])
+@pytest.mark.parametrize("script", ["multilabelfy-build", "multilabelfy-collect", "multilabelfy-analyze"])
 def test_help(script: str) -> None:
     result = run(script, "--help")
     assert result.returncode == 0, result.stderr
