@@ -11,6 +11,8 @@ from multilabelfy.collector.clitools import make_parser, run_parser
 
 COMMANDS = (
     "multilabelfy.build.data_commands",
+    "multilabelfy.build.propose_command",
+    "multilabelfy.build.select_model_command",
 )
 
 DESCRIPTION = """\

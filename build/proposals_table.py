@@ -35,13 +35,30 @@ def to_arrow(rows: dict[str, list], metadata: dict[str, Any]):
 
 
 def write_proposals(path: Path, rows: dict[str, list], metadata: dict[str, Any]) -> None:
-    """Write a whole table atomically (a crash leaves the old file or none, never half)."""
+    """Write a whole table from column lists, atomically."""
+    write_table(path, to_arrow(rows, metadata), metadata)
+
+
+def write_table(path: Path, table, metadata: dict[str, Any]) -> None:
+    """Write an Arrow table with the run's metadata atomically (a crash leaves the old file or none).
+
+    Takes Arrow directly so that merging 1.28 M rows never goes through Python lists.
+    """
     import pyarrow.parquet as pq
 
     path = Path(path)
+    table = table.cast(schema()).replace_schema_metadata(
+        {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(to_arrow(rows, metadata), tmp)
+    pq.write_table(table, tmp)
     tmp.replace(path)
+
+
+def read_table(path: Path):
+    """A proposals file as an Arrow table (no pandas), for merging chunks."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
 
 
 def read_proposals(path: str | Path):
