@@ -13,6 +13,7 @@ COMMANDS = (
     "multilabelfy.build.data_commands",
     "multilabelfy.build.propose_command",
     "multilabelfy.build.select_model_command",
+    "multilabelfy.build.pages_command",
 )
 
 DESCRIPTION = """\
