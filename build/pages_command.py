@@ -98,6 +98,10 @@ def build_specs(proposals_path: Path, dataset, catalog):
     return [specs[k] for k in dataset.keys], metadata
 
 
+RANDOM_WEIGHTS_BANNER = ("Demo only: these proposals come from {model} with RANDOM weights, so they are "
+                         "not meaningful. Rebuild with pretrained weights before real annotation.")
+
+
 def run_pages(args: argparse.Namespace) -> int:
     from multilabelfy.build import access, site
     from multilabelfy.build.data_commands import open_dataset_from_args
@@ -107,7 +111,9 @@ def run_pages(args: argparse.Namespace) -> int:
         raise UserError(f"--exemplars {str(args.exemplars)!r} is not a folder")
     dataset, catalog = open_dataset_from_args(args)
     specs, metadata = build_specs(args.proposals, dataset, catalog)
+    banner = ""
     if metadata.get("weights") == "random":
+        banner = RANDOM_WEIGHTS_BANNER.format(model=metadata.get("model", "the model"))
         print(f"WARNING: {args.proposals} was made with RANDOM weights: fine for a test, not for annotation.",
               file=sys.stderr)
     by_key = {s.key: s for s in specs}
@@ -117,7 +123,7 @@ def run_pages(args: argparse.Namespace) -> int:
     options = site.SiteOptions(group_size=args.group_size, exemplars_per_class=args.exemplars_per_class,
                                thumb_size=args.thumb_size, exemplar_max_side=args.exemplar_max_side,
                                image_max_side=args.image_max_side, image_base_url=args.image_base_url,
-                               seed=args.seed, workers=args.workers)
+                               seed=args.seed, workers=args.workers, banner=banner)
     progress = sys.stderr.isatty()
     pages = site.render_stage(args.out, "annotate", {b: [by_key[k] for k in keys] for b, keys in split.items()},
                               catalog=catalog, dataset=dataset, exemplar_dir=args.exemplars,

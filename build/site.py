@@ -68,6 +68,7 @@ class SiteOptions:
     image_base_url: str = ""         # non-empty: images are not copied; pages load <base>/<key>
     seed: int = 0
     workers: int = 0                 # image worker processes; 0: one per core
+    banner: str = ""                 # a warning shown on every page, e.g. proposals from random weights
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,13 +176,13 @@ class Renderer:
             groups=groups, size=size, notes=spec.notes, src=src, href=href, root=root,
             prev=names[number - 2] if number > 1 else "", next=names[number] if number < total else "",
             require=spec.comment_required_on_change, reasons=formats.NONE_REASONS,
-            max_comment=formats.MAX_COMMENT_CHARS)
+            max_comment=formats.MAX_COMMENT_CHARS, banner=self.options.banner)
 
     def batch_index(self, stage: str, batch: int, names: Sequence[str], keys: Sequence[str]) -> str:
         cfg = {"kind": "batch", "stage": stage, "batch": batch, "total": len(names),
                "collector": self.collector_url, "root": "../../", "keys": list(keys)}
         return self.batch_template.render(cfg=cfg, stage=stage, title=STAGE_TITLES[stage], batch=batch,
-                                          names=names, root="../../")
+                                          names=names, root="../../", banner=self.options.banner)
 
 
 def _check_specs(stage: str, batches: dict[int, list[PageSpec]], catalog, dataset) -> None:

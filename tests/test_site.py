@@ -198,6 +198,7 @@ def test_pages_show_twenty_proposals_in_four_groups_with_ten_exemplars(built) ->
                     assert (built["site"] / im.page).parent.joinpath(rel).resolve().is_file()
         html = (built["site"] / im.page).read_text()
         assert not re.search(r'(src|href)="(https?:)?//', html), "no CDN, fonts or scripts from elsewhere"
+        assert 'class="banner"' in html and "RANDOM weights" in html, "random-weight proposals are flagged"
         cfg = json.loads("".join(page.scripts))
         assert cfg["hash"] == im.shown_hash and cfg["key"] == im.key and cfg["collector"] == "http://127.0.0.1:8765"
         # the original label is never marked: its checkbox looks like every other one
