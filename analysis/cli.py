@@ -10,6 +10,11 @@ from collections.abc import Sequence
 from multilabelfy.collector.clitools import make_parser, run_parser
 
 COMMANDS: tuple[str, ...] = (
+    "multilabelfy.analysis.evaluate_command",
+    "multilabelfy.analysis.report_command",
+    "multilabelfy.analysis.disagreement_command",
+    "multilabelfy.analysis.refine_command",
+    "multilabelfy.analysis.finalize_command",
 )
 
 DESCRIPTION = """\

@@ -305,7 +305,7 @@ def save_stage(site_dir: Path, stage: str, pages: dict[int, list[formats.Manifes
         manifest = formats.Manifest(num_classes=num_classes)
     manifest.stages[stage] = {int(b): list(images) for b, images in pages.items()}
     manifest.extra.pop("_index", None)
-    write_if_changed(path, json.dumps(manifest.to_json(), indent=1) + "\n")
+    write_if_changed(path, formats.manifest_text(manifest))
     render_site_index(site_dir, manifest)
     return manifest
 

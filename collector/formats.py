@@ -175,9 +175,20 @@ def load_manifest(site_dir: Path) -> Manifest:
     return Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
+def manifest_text(manifest: Manifest) -> str:
+    """The manifest's file content: compact JSON, one stage per line (it lists every page:
+    1.28 M at ImageNet scale, where indenting would triple its size and reading time)."""
+    data = manifest.to_json()
+    stages = data.pop("stages")
+    head = json.dumps(data, separators=(",", ":"))[:-1]
+    body = ",\n".join(f"{json.dumps(stage)}:{json.dumps(value, separators=(',', ':'))}"
+                      for stage, value in stages.items())
+    return f'{head},"stages":{{\n{body}\n}}}}\n'
+
+
 def save_manifest(site_dir: Path, manifest: Manifest) -> None:
     """Write `SITE_DIR/manifest.json` atomically."""
-    atomic_write_text(Path(site_dir) / MANIFEST_FILE, json.dumps(manifest.to_json(), indent=1) + "\n")
+    atomic_write_text(Path(site_dir) / MANIFEST_FILE, manifest_text(manifest))
 
 
 # --- the store: one JSON record per line ------------------------------------------------
