@@ -93,3 +93,74 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for servers whose port must be known in advance)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class CollectorProcess:
+    """`multilabelfy-collect` as a real server process on 127.0.0.1, started and stopped by tests."""
+
+    def __init__(self, site: Path, private: Path, store: Path, port: int, *extra: str):
+        import sys
+
+        self.command = [str(Path(sys.executable).parent / "multilabelfy-collect"), "--site", str(site),
+                        "--private", str(private), "--store", str(store), "--port", str(port), *extra]
+        self.base = f"http://127.0.0.1:{port}"
+        self.log = store.with_name(store.name + ".log")
+        self.proc = None
+
+    def start(self, timeout: float = 30) -> "CollectorProcess":
+        import subprocess
+        import time
+        import urllib.request
+
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
+                                     stderr=self.log.open("a"), text=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"collector exited: {self.log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(self.base + "/api/health", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("collector did not answer /api/health")
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.terminate()
+        code = self.proc.wait(timeout=15)
+        self.proc = None
+        return code
+
+
+class StaticServer:
+    """A plain static file server in a thread, like GitHub Pages for the tests."""
+
+    def __init__(self, root: Path):
+        import functools
+        import http.server
+        import threading
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
