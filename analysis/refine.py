@@ -153,6 +153,7 @@ def build(result: Disagreement, new: Plan, progress: bool = True) -> dict[int, l
                               collector_url=settings.get("collector_url", ""),
                               options=site.SiteOptions.from_json(settings.get("options", {})), progress=progress)
     access.save_assignments(inputs.private_dir, STAGE, new.assignments)
-    access.issue_links(inputs.private_dir, [(person, STAGE, b) for b, people in sorted(new.assignments.items())
-                                            for person in people], site_url=settings.get("site_url", ""))
+    grants = [(person, STAGE, b) for b, people in sorted(new.assignments.items()) for person in people]
+    access.issue_links(inputs.private_dir, grants, site_url=settings.get("site_url", ""))
+    access.revoke_links(inputs.private_dir, STAGE, keep=grants)  # a rebuilt stage's dropped refiners
     return pages

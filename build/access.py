@@ -184,6 +184,26 @@ def issue_links(private_dir: Path, grants: Iterable[tuple[str, str, int]], site_
     return [final[g] for g in wanted]
 
 
+def revoke_links(private_dir: Path, stage: str, keep: Iterable[tuple[str, str, int]]) -> list[LinkRow]:
+    """Withdraw the links of `stage` that are not in `keep` (e.g. a refiner dropped by a rebuilt
+    refine stage): their rows leave links.csv and their hashes leave tokens.json, so the
+    collector (which reloads tokens.json) refuses them. Returns the revoked rows."""
+    private_dir = Path(private_dir)
+    keep = {(a, s, int(b)) for a, s, b in keep}
+    rows = read_links(private_dir)
+    revoked = [r for r in rows if r.stage == stage and (r.annotator, r.stage, r.batch) not in keep]
+    if not revoked:
+        return []
+    tokens = _load_grants(private_dir)
+    for r in revoked:
+        tokens.pop(formats.token_hash(r.token), None)
+    # links first: a crash in between leaves a hash without a link (refused by nobody), never
+    # a listed link that silently stopped working
+    _write_private(private_dir / formats.LINKS_FILE, _links_text(r for r in rows if r not in revoked))
+    _save_grants(private_dir, tokens)
+    return revoked
+
+
 def ensure_admin_token(private_dir: Path) -> str:
     """The admin's token (for the collector's /api/progress): created once, then kept."""
     private_dir = Path(private_dir)

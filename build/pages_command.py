@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from multilabelfy.build.data_commands import add_dataset_options
-from multilabelfy.collector.clitools import UserError, add_command, existing_path, name_list, positive_int
+from multilabelfy.collector.clitools import (UserError, add_command, existing_path, name_list, non_negative_int,
+                                            positive_int)
 
 DESCRIPTION = """\
 Render one annotation page per image (the proposals in groups, exemplars, "none of these"
@@ -15,16 +16,6 @@ secret links (links.csv), the collector's token hashes and everything analysis n
 --private. Nothing secret goes to --out; publish --out on any static host.
 
 Re-running with nothing changed rewrites nothing; existing links keep working."""
-
-
-def _non_negative(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more")
-    return number
 
 
 def _url(value: str) -> str:
@@ -59,15 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="split and order images shuffled (seeded; batches mix classes) or in dataset order")
     p.add_argument("--seed", type=int, default=0, help="seed for the batch split and the exemplar choice")
     p.add_argument("--group-size", type=positive_int, default=5, help="proposals per group (tab)")
-    p.add_argument("--exemplars-per-class", type=_non_negative, default=10, help="exemplar images per class")
+    p.add_argument("--exemplars-per-class", type=non_negative_int, default=10, help="exemplar images per class")
     p.add_argument("--thumb-size", type=positive_int, default=160, help="longest side of exemplar thumbnails, px")
     p.add_argument("--exemplar-max-side", type=positive_int, default=800,
                    help="longest side of the exemplars' full-size view, px")
-    p.add_argument("--image-max-side", type=_non_negative, default=0,
+    p.add_argument("--image-max-side", type=non_negative_int, default=0,
                    help="cap the annotated images' longest side, px (0: copy originals; use it to fit GitHub Pages)")
     p.add_argument("--image-base-url", type=_url, default="",
                    help="load annotated images from <URL>/<key> instead of copying them into the site")
-    p.add_argument("--workers", type=_non_negative, default=0, help="image worker processes (0: one per core)")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="image worker processes (0: one per core)")
 
 
 def build_specs(proposals_path: Path, dataset, catalog):

@@ -95,15 +95,24 @@ def existing_path(kind: str = "path") -> Callable[[str], Path]:
     return check
 
 
-def positive_int(value: str) -> int:
-    """An argparse type for counts: a whole number of at least 1."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
-    return number
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for whole numbers of at least `minimum`, with a sentence when not."""
+    def check(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{value!r} must be at least {minimum}")
+        return number
+    check.__name__ = "int" if minimum <= 0 else "count"
+    return check
+
+
+#: counts such as --batches: a whole number of at least 1
+positive_int = int_at_least(1)
+#: sizes where 0 means "off" or "automatic"
+non_negative_int = int_at_least(0)
 
 
 def name_list(value: str) -> list[str]:

@@ -72,3 +72,18 @@ def test_private_dir_must_not_be_published(tmp_path: Path) -> None:
         access.prepare_private_dir(tmp_path / "site" / "private", tmp_path / "site")
     with pytest.raises(UserError, match="separate folders"):
         access.prepare_private_dir(tmp_path / "p", tmp_path / "p" / "site")
+
+
+def test_revoked_links_leave_links_and_tokens(tmp_path: Path) -> None:
+    """A rebuilt refine stage withdraws a dropped refiner's link: no row, no token hash."""
+    private = tmp_path / "private"
+    private.mkdir()
+    rows = access.issue_links(private, [("alice", "annotate", 1), ("carol", "refine", 1), ("erin", "refine", 2)])
+    carol = next(r for r in rows if r.annotator == "carol")
+    revoked = access.revoke_links(private, "refine", keep=[("erin", "refine", 2), ("erin", "refine", 1)])
+    assert [r.annotator for r in revoked] == ["carol"]
+    grants = formats.load_tokens(private)
+    assert formats.token_hash(carol.token) not in grants
+    assert {(g.annotator, g.stage) for g in grants.values()} == {("alice", "annotate"), ("erin", "refine")}
+    assert {(r.annotator, r.stage) for r in access.read_links(private)} == {("alice", "annotate"), ("erin", "refine")}
+    assert access.revoke_links(private, "refine", keep=[("erin", "refine", 2)]) == []
