@@ -13,6 +13,13 @@ CHROMIUM = os.environ.get("MULTILABELFY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
+#: The real ImageNetV2 labels beside the checkout (../shared/data/imagenetv2: original labels and
+#: the paper's released multi-labels); MULTILABELFY_IMAGENETV2 points elsewhere.
+IMAGENETV2 = Path(os.environ.get("MULTILABELFY_IMAGENETV2", REPO.parent / "shared" / "data" / "imagenetv2"))
+#: For tests of those labels: skipped on a machine without them, never in CI (where they must be).
+needs_imagenetv2 = pytest.mark.skipif(not (IMAGENETV2 / "refined_labels.json").is_file() and not os.environ.get("CI"),
+                                      reason=f"{IMAGENETV2} is missing")
+
 #: Real photos that scikit-image ships, with the ImageNet-1k class each one shows.
 PHOTOS: dict[str, int] = {
     "chelsea.png": 281,          # tabby cat

@@ -10,7 +10,7 @@ import pytest
 from multilabelfy.analysis import agreement, disagreement, inputs, simulate
 from multilabelfy.analysis.labelsets import LabelSets, masi_distance, pair_stats
 
-IMAGENETV2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenetv2"
+from conftest import IMAGENETV2
 
 
 def masi(a: set, b: set) -> float:

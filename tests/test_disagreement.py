@@ -14,7 +14,7 @@ from multilabelfy.analysis.cli import main
 from multilabelfy.collector import formats
 from multilabelfy.collector.clitools import UserError
 
-IMAGENETV2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenetv2"
+from conftest import IMAGENETV2
 
 
 def expected_statuses(project: simulate.Project) -> dict[str, str]:

@@ -70,8 +70,6 @@ MODELS = [  # name, error rate, share of errors that are another valid label
 
 @pytest.fixture(scope="module")
 def imagenetv2() -> LabelTable:
-    if not REFINED.is_file():
-        pytest.skip("shared ImageNetV2 labels are missing")
     return load_labels(REFINED, ORIGINAL)
 
 

@@ -12,11 +12,10 @@ import pytest
 from multilabelfy.analysis.labels_io import MISSING, KeyMatcher, imagenet_val_name, load_labels
 from multilabelfy.collector.clitools import UserError
 
-IMAGENETV2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenetv2"
+from conftest import IMAGENETV2, needs_imagenetv2
+
 REFINED = IMAGENETV2 / "refined_labels.json"
 ORIGINAL = IMAGENETV2 / "original_labels.json"
-
-needs_imagenetv2 = pytest.mark.skipif(not REFINED.is_file(), reason=f"{IMAGENETV2} is missing")
 
 
 def write_labels_dir(folder: Path, keys: list[str], sets: list[list[int]], originals: list[int],
