@@ -68,6 +68,8 @@ def print_summary(result, stats: dict) -> None:
     answered = int(result.answers.slots["answered"].sum())
     print(f"store: {store.total_records:,} records read; {answered:,} annotate answers count "
           f"(the latest per image and assigned annotator)")
+    if not answered:
+        print("nothing answered yet: every image is incomplete")
     if len(result.answers.unassigned):
         first = result.answers.unassigned.iloc[0]
         print(f"warning: {len(result.answers.unassigned):,} annotate record(s) match no assigned page, ignored "
@@ -76,7 +78,7 @@ def print_summary(result, stats: dict) -> None:
     print("\nper batch:")
     print(parts["per_batch"].to_string())
     print("\nper annotator:")
-    print(parts["per_annotator"].to_string())
+    print(parts["per_annotator"].to_string(na_rep="-"))
     labels = [x["alpha"] for x in stats["per_label_alpha"] if x["alpha"] is not None]
     median = f"{sorted(labels)[len(labels) // 2]:.3f}" if labels else "n/a"
 

@@ -47,8 +47,14 @@ def read_predictions(paths: Sequence[Path]) -> list[Predictions]:
     from multilabelfy.build.proposals_table import read_proposals
 
     models: list[Predictions] = []
+    seen_files: set[Path] = set()
     for path in paths:
         path = Path(path)
+        if not path.is_file():
+            raise UserError(f"--predictions file {str(path)!r} does not exist")
+        if path.resolve() in seen_files:
+            raise UserError(f"--predictions names {str(path)!r} twice: each model would be scored twice")
+        seen_files.add(path.resolve())
         if path.suffix.lower() == ".csv":
             models.extend(_read_predictions_csv(path))
             continue

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{m.model[:40]:40s} {_pct(m.top1)} {_pct(m.top5)} {_pct(m.real_top1)} {_pct(m.real_top5)}")
     if result.fit is not None:
         f = result.fit
-        print(f"ReaL = {f.slope:.4f} * top-1 + {f.intercept:.2f}  (R^2 = {100 * f.r2:.2f}%, {f.models} models)")
+        print(f"ReaL = {f.slope:.4f} * top-1 {'-' if f.intercept < 0 else '+'} {abs(f.intercept):.2f}  (R^2 = {100 * f.r2:.2f}%, {f.models} models)")
     else:
         print("no linear fit: it needs at least two models with different top-1 accuracy")
     for note in result.notes:

@@ -51,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     refine.check_replace(result, new, args.replace)
     refine.build(result, new, progress=not args.no_progress and sys.stderr.isatty())
-    print(f"added stage refine ({len(new.specs)} batches) to {args.site / 'manifest.json'}; links for the refiners "
+    print(f"added stage refine ({len(new.specs)} batch{'es' if len(new.specs) != 1 else ''}) to {args.site / 'manifest.json'}; links for the refiners "
           f"are in {args.private / 'links.csv'} (stage refine). A running collector picks the stage up by itself.")
     return 0

@@ -160,16 +160,24 @@ def figure_scatter(models, fit: dict | None, out: Path) -> dict[str, str]:
     if fit:
         xs = np.linspace(np.nanmin(x), np.nanmax(x), 50)
         ax.plot(xs, fit["slope"] * xs + fit["intercept"], color="#c0392b",
-                label=f"ReaL = {fit['slope']:.4f}·top-1 + {fit['intercept']:.2f}, R² = {_r2(fit)}")
+                label=f"ReaL = {fit['slope']:.4f}·top-1 {_signed(fit['intercept'])}, R² = {_r2(fit)}")
         ax.legend(loc="lower right", fontsize=8)
         for o in fit.get("outliers", [])[:5]:
             ax.annotate(o["model"], (o["top1"], o["real_top1"]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")
+    else:
+        for name, xi, yi in zip(models["model"], x, y):
+            ax.annotate(str(name), (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("top-1 accuracy (original labels), %")
     ax.set_ylabel("ReaL top-1 accuracy (final labels), %")
     ax.set_title("ReaL vs top-1 accuracy")
     ax.grid(alpha=0.3)
     return _save(fig, out, "real_vs_top1")
+
+
+def _signed(value: float) -> str:
+    """`+ 3.20` or `− 1.01`: an intercept written the way people read an equation."""
+    return f"{'−' if value < 0 else '+'} {abs(value):.2f}"
 
 
 def _r2(fit: dict) -> str:
@@ -189,20 +197,29 @@ def heatmap_matrix(groups, column: str, models: list[str], counts: list[str]) ->
 
 
 def figure_heatmap(matrix: np.ndarray, models: list[str], counts: list[str], title: str, cmap: str,
-                   out: Path, name: str) -> dict[str, str]:
+                   out: Path, name: str, vmin: float = 0.0, vmax: float | None = None) -> dict[str, str]:
+    """A fixed scale (accuracy 0-100, half-widths from 0), so equal colours mean equal values
+    across reports; cell text switches to white on dark cells."""
     import matplotlib
 
     fig, ax = _figure(1.6 + 0.9 * len(counts) + 0.06 * max(len(m) for m in models), 1.3 + 0.32 * len(models))
     colours = matplotlib.colormaps[cmap].with_extremes(bad="#d9d9d9")
-    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=colours, aspect="auto")
+    finite = matrix[np.isfinite(matrix)]
+    top = vmax if vmax is not None else max(float(finite.max()) if finite.size else 1.0, vmin + 1e-9)
+    norm = matplotlib.colors.Normalize(vmin=vmin, vmax=top)
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=colours, norm=norm, aspect="auto")
     fig.colorbar(image, ax=ax, shrink=0.8)
     ax.set_xticks(range(len(counts)), counts)
     ax.set_yticks(range(len(models)), models, fontsize=8)
     ax.set_xlabel("number of labels")
     ax.set_title(title)
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, "n≤1" if math.isnan(value) else f"{value:.1f}", ha="center", va="center", fontsize=7,
-                color="#555" if math.isnan(value) else "black")
+        if math.isnan(value):
+            ax.text(j, i, "n≤1", ha="center", va="center", fontsize=7, color="#555")
+            continue
+        r, g, b, _ = colours(norm(value))
+        dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+        ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
     return _save(fig, out, name)
 
 
@@ -303,9 +320,12 @@ def evaluation_section(ev: LoadedEvaluation, out: Path) -> dict[str, Any]:
     models = ev.models
     section: dict[str, Any] = {"models": models.to_dict("records"), "fit": ev.fit,
                                "r2": _r2(ev.fit) if ev.fit else None, "notes": list(ev.summary.get("notes", []))}
-    if ev.fit and len(models) >= 2:
+    if len(models) >= 2:
         section["scatter"] = figure_scatter(models, ev.fit, out)
-    elif len(models) < 2:
+        if not ev.fit:
+            section["notes"].append("no linear fit: it needs at least two models with different top-1 accuracy "
+                                    "(and top-1 needs the original labels)")
+    else:
         section["notes"].append("the ReaL-vs-top-1 fit needs at least two models")
     groups = ev.groups
     if groups is not None and len(groups):
@@ -314,7 +334,7 @@ def evaluation_section(ev: LoadedEvaluation, out: Path) -> dict[str, Any]:
         accuracy = heatmap_matrix(groups, "accuracy", names, counts)
         half = heatmap_matrix(groups, "normal_half_width", names, counts)
         section["heatmap_accuracy"] = figure_heatmap(accuracy, names, counts, "top-1 accuracy, %", "viridis",
-                                                     out, "accuracy_by_label_count")
+                                                     out, "accuracy_by_label_count", vmax=100.0)
         section["heatmap_half_width"] = figure_heatmap(half, names, counts, "95% interval half-width, points",
                                                        "magma_r", out, "half_width_by_label_count")
         section["counts"] = counts

@@ -81,7 +81,7 @@ def build_specs(proposals_path: Path, dataset, catalog):
         if int(label) != labels[key]:
             raise UserError(f"proposals file {str(proposals_path)!r}: image {key!r} has label {int(label)}, "
                             f"the dataset says {labels[key]}")
-        specs[key] = PageSpec(key=key, shown=shown_classes(classes, int(label), bool(extra)))
+        specs[key] = PageSpec(key=key, shown=shown_classes(key, classes, int(label), bool(extra)))
     missing = [k for k in dataset.keys if k not in specs]
     if missing:
         raise UserError(f"proposals file {str(proposals_path)!r} lacks {len(missing)} image(s) of the dataset, "

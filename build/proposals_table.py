@@ -5,6 +5,7 @@ the page builder, and evaluation (which reads other models' predictions in the s
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,14 @@ def read_proposals(path: str | Path):
     return table.to_pandas(), metadata
 
 
-def shown_classes(classes, label: int, label_added: bool) -> list[int]:
-    """What a page shows for one row: the top K, plus the original label when it was added."""
+def shown_classes(key: str, classes, label: int, label_added: bool) -> list[int]:
+    """What a page shows for one row: the top K, plus the original label when it was added.
+
+    An added label goes to a position drawn from the image key (stable across rebuilds), not
+    to the end, where it would stand out as "the one that is not a proposal".
+    """
     shown = [int(c) for c in classes]
     if label_added and label not in shown:
-        shown.append(int(label))
+        digest = hashlib.sha256(f"added-label:{key}".encode()).digest()
+        shown.insert(int.from_bytes(digest[:8], "big") % (len(shown) + 1), int(label))
     return shown

@@ -266,3 +266,16 @@ def test_real_timm_models_from_propose(photo_dataset, tmp_path: Path, capsys):
     assert float(resnet["real_top1"]) == pytest.approx(100 * real, abs=1e-3)
     assert float(resnet["real_top1"]) >= 50.0  # its own top-1 is valid on half the images
     assert int(resnet["images"]) == len(keys) == 8
+
+
+def test_same_predictions_file_twice_is_refused(tmp_path: Path) -> None:
+    from multilabelfy.analysis.evaluate import read_predictions
+    from multilabelfy.collector.clitools import UserError
+
+    path = tmp_path / "p.csv"
+    path.write_text("key,model,predictions\na.jpg,m,1 2 3\n")
+    assert [p.model for p in read_predictions([path])] == ["m"]
+    with pytest.raises(UserError, match="twice"):
+        read_predictions([path, tmp_path / "." / "p.csv"])
+    with pytest.raises(UserError, match="does not exist"):
+        read_predictions([tmp_path / "missing.parquet"])

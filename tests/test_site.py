@@ -179,9 +179,11 @@ def test_pages_show_twenty_proposals_in_four_groups_with_ten_exemplars(built) ->
     plain = [im for im in images if not rows[im.key].label_added]
     added = [im for im in images if rows[im.key].label_added]
     assert plain and added
+    positions = {list(im.shown).index(rows[im.key].label) for im in added}
+    assert positions != {20}, "an added original label is not always the last one, where it would stand out"
     for im in images:
         row = rows[im.key]
-        expected = shown_classes(row.classes, row.label, row.label_added)
+        expected = shown_classes(im.key, row.classes, row.label, row.label_added)
         assert list(im.shown) == expected
         assert im.shown_hash == formats.shown_digest("annotate", im.key, expected)
         page = parse_page(built["site"] / im.page)
