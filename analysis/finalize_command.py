@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: below this many (image, shown label) questions the EM estimates are mostly prior
+MIN_DAWID_SKENE_QUESTIONS = 2000
+
+
 def write_dawid_skene(out: Path, result, final) -> list[Path]:
     from multilabelfy.analysis import dawid_skene
     from multilabelfy.analysis.inputs import write_csv
@@ -72,4 +76,9 @@ def write_dawid_skene(out: Path, result, final) -> list[Path]:
     write_csv(differ, out / "dawid_skene_disagreements.csv")
     print(f"Dawid-Skene ({model.iterations} iterations over {len(model.label):,} questions): "
           f"{len(differ):,} (image, label) pairs differ from the final labels")
+    weak = [name for name, se, sp in zip(model.annotators, model.sensitivity, model.specificity) if se + sp < 1.5]
+    if weak or len(model.label) < MIN_DAWID_SKENE_QUESTIONS:
+        print(f"warning: the Dawid-Skene fit looks unreliable ({len(model.label):,} questions; annotators barely "
+              f"better than chance: {', '.join(weak) or 'none'}); with little data or 2 annotators per image "
+              f"read its list as hints only")
     return [out / "dawid_skene_annotators.csv", out / "dawid_skene_disagreements.csv"]
