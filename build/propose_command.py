@@ -98,8 +98,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.suffix.lower() != ".parquet":
         raise UserError(f"--out {str(out)!r}: use a .parquet file name")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # like every other output folder of the tool
+    except OSError as exc:
+        raise UserError(f"--out {str(out)!r}: cannot create folder {str(out.parent)!r}: {exc.strerror}") from None
     if out.exists() and not overwrite:
         raise UserError(f"--out {str(out)!r} already exists; pass --overwrite to replace it")
 

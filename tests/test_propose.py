@@ -185,3 +185,16 @@ def test_coverage_report_is_saved_beside_the_table(first_run):
     report = json.loads(out.with_name("proposals.coverage.json").read_text())
     assert report["images"] == len(frame) and "Coverage of the original label" in done.stdout
     assert out.with_name("proposals.coverage.csv").is_file()
+
+
+def test_out_folder_is_created_and_unwritable_one_named(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    write_photo_dataset(data, ["chelsea.png", "coffee.png"], max_side=96)
+    out = tmp_path / "new" / "nested" / "proposals.parquet"
+    code, _, err = run_cli(propose_args(data, out), capsys)
+    assert code == 0, err
+    assert len(read_table(out)[0]) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli(propose_args(data, blocker / "p.parquet"), capsys)
+    assert code == 2 and "cannot create folder" in err and "Traceback" not in err
