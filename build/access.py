@@ -73,6 +73,10 @@ def assign_annotators(annotators: Sequence[str], batches: int, per_batch: int) -
         raise UserError(f"--per-batch {per_batch} needs at least {per_batch} annotators, --annotators names "
                         f"{len(annotators)}")
     n = len(annotators)
+    if batches * per_batch < n:
+        idle = ", ".join(annotators[batches * per_batch:])
+        raise UserError(f"--batches {batches} x --per-batch {per_batch} gives {batches * per_batch} places for "
+                        f"{n} annotators: {idle} would get nothing; raise --batches or --per-batch")
     return {b + 1: [annotators[(b * per_batch + j) % n] for j in range(per_batch)] for b in range(batches)}
 
 

@@ -58,16 +58,22 @@ def run_check(args: argparse.Namespace) -> int:
 
     dataset, catalog = open_dataset_from_args(args)
     classes = len({s.label for s in dataset})
-    print(f"{len(dataset)} images in {classes} classes ({dataset.layout} layout, catalog {catalog.source})")
+    print(f"{_count(len(dataset), 'image')} in {_count(classes, 'class')} ({dataset.layout} layout, "
+          f"catalog {catalog.source})")
     if args.no_decode:
         return 0
     checked = check_images(dataset, skip_bad=args.skip_bad, progress=sys.stderr.isatty())
-    print(f"{len(checked)} images decode")
+    print(f"{_count(len(checked), 'image')} {'decodes' if len(checked) == 1 else 'decode'}")
     if checked.skipped:
         print(f"skipped {len(checked.skipped)} unreadable image(s):")
         for key, reason in checked.skipped:
             print(f"  {key}: {reason}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 image`, `2 images`, `3 classes`."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}{'es' if noun.endswith('s') else 's'}"
 
 
 def run_catalog(args: argparse.Namespace) -> int:

@@ -132,7 +132,16 @@ def _class_folders(root: Path) -> list[Path]:
 def _images_in(folder: Path, root: Path) -> list[str]:
     """Keys of the image files below `folder` (recursively), sorted by name."""
     keys = []
+    # Links are followed only within the class folder: one pointing back up (or into another
+    # class) would list images twice, under the wrong label, or loop.
+    base = os.path.realpath(folder)
+    seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or not (real == base or real.startswith(base + os.sep)):
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:

@@ -97,8 +97,11 @@ def load_model(spec: ModelSpec, num_classes: int | None = None, announce: bool =
     if spec.random_weights and announce:
         print(RANDOM_WEIGHTS_BANNER.format(model=spec.name, seed=spec.seed), file=sys.stderr, flush=True)
     torch.manual_seed(spec.seed)
+    # Local or random weights take the catalog's class count, so a non-ImageNet dataset works;
+    # hub weights keep their own head (a mismatch is an error below, never a random new head).
+    head = {} if spec.weights == "hub" or num_classes is None else {"num_classes": num_classes}
     try:
-        model = timm.create_model(spec.name, pretrained=spec.weights == "hub")
+        model = timm.create_model(spec.name, pretrained=spec.weights == "hub", **head)
     except RuntimeError as exc:  # timm: unknown pretrained tag
         raise UserError(f"--model {spec.name!r}: {exc}") from None
     except Exception as exc:  # the hub: network, cache, authentication (many types)
@@ -111,8 +114,8 @@ def load_model(spec: ModelSpec, num_classes: int | None = None, announce: bool =
         try:
             load_checkpoint(model, str(spec.checkpoint), strict=True)
         except Exception as exc:  # torch/safetensors raise many types for foreign or damaged files
-            raise UserError(f"--checkpoint {str(spec.checkpoint)!r} does not fit model {spec.name!r}: "
-                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise UserError(f"--checkpoint {str(spec.checkpoint)!r} does not fit model {spec.name!r} with "
+                            f"{num_classes or 'its'} classes: {_first_lines(exc)}") from None
         digest = file_sha256(Path(spec.checkpoint))
     model.eval()
     classes = int(getattr(model, "num_classes", 0) or 0)
@@ -122,6 +125,12 @@ def load_model(spec: ModelSpec, num_classes: int | None = None, announce: bool =
     config = timm.data.resolve_model_data_config(model)
     return LoadedModel(spec=spec, model=model, data_config=dict(config), num_classes=classes,
                        checkpoint_sha256=digest)
+
+
+def _first_lines(exc: BaseException, limit: int = 300) -> str:
+    """An exception in one line: torch's state-dict errors put the cause on their second line."""
+    text = " ".join(line.strip() for line in str(exc).splitlines()[:3] if line.strip())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
 def file_sha256(path: Path) -> str:

@@ -239,6 +239,10 @@ def create_app(config: CollectorConfig, store: Store) -> Callable:
                 response.status = 404
                 response.content_type = "application/json"
                 return '{"error": "not found"}'
+            if full.endswith(os.sep + "index.html") and path and not path.endswith("/") \
+                    and not path.endswith("index.html"):
+                # a folder asked for without its slash: its pages' relative links need the slash
+                return bottle.redirect(request.script_name + path + "/", 301)
             rel = os.path.relpath(full, files.root)
             answer = bottle.static_file(rel, root=files.root, mimetype=content_type(full))
             answer.set_header("X-Content-Type-Options", "nosniff")

@@ -120,6 +120,8 @@ def serve(app: Callable, host: str, port: int, threads: int) -> None:
                                         ident="multilabelfy-collect", clear_untrusted_proxy_headers=True)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # waitress: a host it cannot parse or resolve
+        raise UserError(f"--host {host!r} is not an address this machine can listen on ({exc})") from None
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # waitress' run() turns this into a clean shutdown

@@ -220,6 +220,8 @@ def _check_labels(body: dict[str, Any]) -> list[int]:
     reason = body.get("reason")
     if none and labels:
         raise Rejection(422, "'none' (no label fits) excludes choosing labels")
+    if not none and not labels:
+        raise Rejection(422, "choose at least one label, or send 'none': true (no label fits)")
     if reason is not None:
         if not none:
             raise Rejection(422, "'reason' goes with 'none': true only")

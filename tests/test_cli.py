@@ -48,7 +48,7 @@ def test_check_data_truncated_image(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     skipped = run("multilabelfy-build", "check-data", "--data", str(tmp_path), "--skip-bad")
     assert skipped.returncode == 0, skipped.stderr
-    assert "812/rocket_0.jpeg" in skipped.stdout and "1 images decode" in skipped.stdout
+    assert "812/rocket_0.jpeg" in skipped.stdout and "1 image decodes" in skipped.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -284,6 +284,7 @@ def _hostile_cases(world: World) -> list[tuple[str, int, dict[str, Any]]]:
         ("unknown image", 404, post({**good, "image": "1/nope.jpeg"})),
         ("label not shown", 422, post({**good, "labels": [17, 999]})),
         ("none with labels", 422, post({**good, "none": True})),
+        ("no label and not none", 422, post({**good, "labels": []})),
         ("unknown reason", 400, post({**good, "labels": [], "none": True, "reason": "bored"})),
         ("outdated page", 409, post({**good, "shown": "0123456789abcdef"})),
         ("another annotator's batch", 403, post({**good, "batch": 2, "image": image_keys(2, 10)[0]})),
@@ -373,6 +374,12 @@ def test_site_files_with_content_types_and_no_way_out(server: Server, world: Wor
         text = body if isinstance(body, bytes) else json.dumps(body).encode()
         assert SECRET.encode() not in text and world.tokens["admin"].encode() not in text, path
     assert server.call("GET", "/api/health")[0] == 200
+
+    # a folder without its slash is redirected, so its page's relative links resolve
+    (world.site / "annotate" / "1" / "index.html").write_text("<!doctype html><a href='img_000.jpeg.html'>1</a>")
+    status, headers, _ = server.call("GET", "/annotate/1")
+    assert status == 301 and headers["location"].endswith("/annotate/1/")
+    assert server.call("GET", "/annotate/1/")[0] == 200
 
 
 # --- load, crash, two processes -----------------------------------------------------------------------------
@@ -491,6 +498,8 @@ def test_cli_refuses_bad_inputs_with_one_sentence(world: World, tmp_path: Path) 
     result = run(*base[:4], "--store", str(tmp_path / "no" / "such" / "s.jsonl"))
     assert result.returncode == 2 and "does not exist" in result.stderr
     assert not world.store.exists()
+    result = run(*base, "--port", "0", "--host", "999.1.1.1")
+    assert result.returncode == 2 and "--host '999.1.1.1'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_import_blocker_really_blocks() -> None:

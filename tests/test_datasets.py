@@ -113,3 +113,10 @@ def test_not_an_image_is_named(tmp_path: Path) -> None:
     with pytest.raises(BadImageError, match="notes.png"):
         load_image(fake)
     shutil.rmtree(tmp_path / "1")
+
+
+def test_symlink_loop_lists_each_image_once(tmp_path: Path) -> None:
+    write_photo_dataset(tmp_path, ["chelsea.png", "coffee.png"])
+    (tmp_path / "281" / "back").symlink_to("..")
+    (tmp_path / "967" / "self").symlink_to(".")
+    assert open_dataset(tmp_path).keys == ["281/chelsea_0.jpeg", "967/coffee_0.jpeg"]

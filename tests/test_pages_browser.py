@@ -181,6 +181,8 @@ def test_annotate_with_keys_and_mouse_and_submit(chromium, site, stub, artifacts
     page.screenshot(path=str(artifacts_dir / "pages_exemplar_overlay.png"))
     page.keyboard.press("Escape")
     assert not overlay.is_visible()
+    # focus returns to that proposal's checkbox, so Enter submits rather than reopening the overlay
+    assert page.evaluate("document.activeElement.name") == "l"
 
     page.fill("#comment", "two animals & a <tag>")
     page.screenshot(path=str(artifacts_dir / "pages_annotate.png"), full_page=False)

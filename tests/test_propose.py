@@ -198,3 +198,29 @@ def test_out_folder_is_created_and_unwritable_one_named(tmp_path: Path, capsys) 
     blocker.write_text("not a folder")
     code, _, err = run_cli(propose_args(data, blocker / "p.parquet"), capsys)
     assert code == 2 and "cannot create folder" in err and "Traceback" not in err
+
+
+def test_custom_catalog_with_its_own_checkpoint(tmp_path: Path, capsys) -> None:
+    """A non-ImageNet dataset: the model's head takes the catalog's class count."""
+    import timm
+    from safetensors.torch import save_file
+
+    data = tmp_path / "data"
+    write_photo_dataset(data, ["chelsea.png", "coffee.png"], max_side=96)
+    for old, new in (("281", "0"), ("967", "2")):
+        (data / old).rename(data / new)
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("index,id,name\n0,cat,Cat\n1,dog,Dog\n2,cup,Cup\n")
+    save_file(timm.create_model("test_vit", num_classes=3).state_dict(), tmp_path / "three.safetensors")
+    save_file(timm.create_model("test_vit", num_classes=5).state_dict(), tmp_path / "five.safetensors")
+    out = tmp_path / "p.parquet"
+    code, _, err = run_cli(["propose", "--data", str(data), "--catalog", str(catalog), "--model", "test_vit",
+                            "--checkpoint", str(tmp_path / "three.safetensors"), "--top-k", "3", "--out", str(out)],
+                           capsys)
+    assert code == 0, err
+    frame, meta = read_table(out)
+    assert meta["num_classes"] == 3 and all(sorted(c) == [0, 1, 2] for c in frame["classes"])
+    code, _, err = run_cli(["propose", "--data", str(data), "--catalog", str(catalog), "--model", "test_vit",
+                            "--checkpoint", str(tmp_path / "five.safetensors"), "--top-k", "3",
+                            "--out", str(tmp_path / "q.parquet")], capsys)
+    assert code == 2 and "size mismatch for head.weight" in err

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from multilabelfy.collector.clitools import UserError
+
 from conftest import PHOTOS, write_photo_dataset
 
 BIN = Path(sys.executable).parent
@@ -285,6 +287,8 @@ def test_batches_balanced_and_deterministic() -> None:
     assert all(len(set(v)) == 2 for v in assigned.values())
     loads = [sum(name in v for v in assign_annotators(list("abc"), 3, 2).values()) for name in "abc"]
     assert loads == [2, 2, 2]
+    with pytest.raises(UserError, match="carol would get nothing"):
+        assign_annotators(["alice", "bob", "carol"], 1, 2)
 
 
 def test_rebuild_with_nothing_changed_rewrites_nothing(built) -> None:

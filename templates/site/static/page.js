@@ -281,9 +281,13 @@
       $("close").focus();
     }
     function closeOverlay() {
+      // Focus goes back to the opener's proposal (its checkbox), not the thumbnail link, so
+      // that the next Enter submits as everywhere else instead of reopening the overlay.
       overlay.hidden = true;
       overlayImg.removeAttribute("src");
-      if (opener) opener.focus();
+      var card = opener && opener.closest ? opener.closest(".p") : null;
+      var box = card ? card.querySelector("input[name=l]") : null;
+      if (box) box.focus(); else if (opener) opener.focus();
     }
 
     tabs.forEach(function (t, i) { t.addEventListener("click", function () { showGroup(i, false); }); });
