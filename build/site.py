@@ -267,7 +267,7 @@ def render_stage(site_dir: Path, stage: str, batches: dict[int, list[PageSpec]],
             pages[batch] = entries
     _remove_stale(site_dir / stage, expected)
     if save:
-        save_stage(site_dir, stage, pages, num_classes=len(catalog))
+        save_stage(site_dir, stage, pages, num_classes=len(catalog), banner=options.banner)
     return pages
 
 
@@ -290,7 +290,7 @@ def copy_static(site_dir: Path) -> None:
 
 
 def save_stage(site_dir: Path, stage: str, pages: dict[int, list[formats.ManifestImage]],
-               num_classes: int) -> formats.Manifest:
+               num_classes: int, banner: str = "") -> formats.Manifest:
     """Add or replace one stage in `manifest.json` (other stages untouched) and rewrite the site index."""
     site_dir = Path(site_dir)
     path = site_dir / formats.MANIFEST_FILE
@@ -306,17 +306,18 @@ def save_stage(site_dir: Path, stage: str, pages: dict[int, list[formats.Manifes
     manifest.stages[stage] = {int(b): list(images) for b, images in pages.items()}
     manifest.extra.pop("_index", None)
     write_if_changed(path, formats.manifest_text(manifest))
-    render_site_index(site_dir, manifest)
+    render_site_index(site_dir, manifest, banner)
     return manifest
 
 
-def render_site_index(site_dir: Path, manifest: formats.Manifest) -> None:
+def render_site_index(site_dir: Path, manifest: formats.Manifest, banner: str = "") -> None:
     """`SITE_DIR/index.html`: the stages and batches, with links to the batch pages (no secrets)."""
     env, _ = _environment()
     stages = [{"name": s, "title": STAGE_TITLES[s],
                "batches": [{"batch": b, "count": len(images)} for b, images in sorted(manifest.stages[s].items())]}
               for s in formats.STAGES if s in manifest.stages]
-    write_if_changed(Path(site_dir) / "index.html", env.get_template("index.html").render(stages=stages))
+    write_if_changed(Path(site_dir) / "index.html", env.get_template("index.html").render(
+        stages=stages, root="", cfg=None, banner=banner))
 
 
 # --- size report ------------------------------------------------------------------------------

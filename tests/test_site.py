@@ -181,6 +181,7 @@ def test_pages_show_twenty_proposals_in_four_groups_with_ten_exemplars(built) ->
     plain = [im for im in images if not rows[im.key].label_added]
     added = [im for im in images if rows[im.key].label_added]
     assert plain and added
+    assert "RANDOM weights" in (built["site"] / "index.html").read_text(), "the site's front page warns too"
     positions = {list(im.shown).index(rows[im.key].label) for im in added}
     assert positions != {20}, "an added original label is not always the last one, where it would stand out"
     for im in images:
