@@ -6,25 +6,18 @@ threaded http.server answering CORS preflight) records what the pages send.
 from __future__ import annotations
 
 import csv
-import functools
 import json
-import socket
 import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer, BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from test_site import build_site, make_inputs
 
+from conftest import CollectorProcess, StaticServer, free_port
+
 pytestmark = pytest.mark.browser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StubCollector:
@@ -101,17 +94,9 @@ def site(tmp_path_factory):
     build_site(paths, collector=f"http://127.0.0.1:{port}")
     with (paths["private"] / "links.csv").open(newline="") as fh:
         links = {(r["annotator"], int(r["batch"])): r["url"] for r in csv.DictReader(fh)}
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Quiet, directory=str(paths["site"]))
-    static = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=static.serve_forever, daemon=True).start()
-    yield {"paths": paths, "port": port, "links": links,
-           "base": f"http://127.0.0.1:{static.server_address[1]}/"}
-    static.shutdown()
-    static.server_close()
+    static = StaticServer(paths["site"])
+    yield {"paths": paths, "port": port, "links": links, "base": static.base + "/"}
+    static.close()
 
 
 @pytest.fixture
@@ -279,27 +264,14 @@ def test_works_from_a_file_copy(chromium, site, stub) -> None:
 def test_end_to_end_with_the_real_collector(chromium, tmp_path) -> None:
     """Pages served by `multilabelfy-collect --serve-site` post to it; its progress endpoint marks
     the answered image on a fresh browser."""
-    import subprocess
-    import sys
-    import urllib.request
-
     paths = make_inputs(tmp_path, per_class=1)
     build_site(paths, collector="")                      # same origin as the pages
     with (paths["private"] / "links.csv").open(newline="") as fh:
         link = next(r["url"] for r in csv.DictReader(fh) if r["annotator"] == "alice")
-    port = free_port()
     store = tmp_path / "submissions.jsonl"
-    server = subprocess.Popen([str(Path(sys.executable).parent / "multilabelfy-collect"), "--site", str(paths["site"]),
-                               "--private", str(paths["private"]), "--store", str(store), "--port", str(port),
-                               "--serve-site"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}/"
+    server = CollectorProcess(paths["site"], paths["private"], store, free_port(), "--serve-site").start()
+    base = server.base + "/"
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "api/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         context = chromium.new_context()
         page = context.new_page()
         page.goto(base + link)
@@ -320,5 +292,18 @@ def test_end_to_end_with_the_real_collector(chromium, tmp_path) -> None:
         assert page.locator("#continue").inner_text() == "Continue"
         fresh.close()
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
+
+
+@pytest.mark.parametrize("width, height", [(768, 1024), (1366, 768)])
+def test_image_and_submit_stay_in_sight_on_tablet_and_laptop(chromium, site, width, height, artifacts_dir) -> None:
+    """Scrolled down to the last proposal, the image and "Submit" are still on screen."""
+    page = chromium.new_page(viewport={"width": width, "height": height})
+    page.goto(site["base"] + "annotate/1/0001.html")
+    page.locator("fieldset[role=tabpanel]:not([hidden]) .p").last.scroll_into_view_if_needed()
+    page.mouse.wheel(0, 400)
+    for selector in (".photo img", "#submit"):
+        box = page.locator(selector).bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= height, (selector, box)
+    page.screenshot(path=str(artifacts_dir / f"pages_{width}x{height}.png"))
+    page.close()
