@@ -205,7 +205,8 @@ def figure_heatmap(matrix: np.ndarray, models: list[str], counts: list[str], tit
     fig, ax = _figure(1.6 + 0.9 * len(counts) + 0.06 * max(len(m) for m in models), 1.3 + 0.32 * len(models))
     colours = matplotlib.colormaps[cmap].with_extremes(bad="#d9d9d9")
     finite = matrix[np.isfinite(matrix)]
-    top = vmax if vmax is not None else max(float(finite.max()) if finite.size else 1.0, vmin + 1e-9)
+    highest = float(finite.max()) if finite.size else vmin
+    top = vmax if vmax is not None else (highest if highest > vmin else vmin + 1.0)  # all-zero: a plain 0-1 bar
     norm = matplotlib.colors.Normalize(vmin=vmin, vmax=top)
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=colours, norm=norm, aspect="auto")
     fig.colorbar(image, ax=ax, shrink=0.8)
